@@ -6,6 +6,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Library tests use small tensors: one intra-op thread is faster than two on a 2-core machine and
+# immune to the 10-50x slowdowns of spin-waiting OpenMP threads when the other core is busy.
+# (Notebooks run in their own kernels and are not affected.)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
