@@ -1,0 +1,32 @@
+"""Sequence models built on the ``dlmi.rnn`` layers (lecture units 02, 05, 07).
+
+Padded batches with ``lengths`` everywhere; nothing depends on a fixed length.
+
+``masking``  — :func:`check_lengths`, :func:`lengths_to_mask`, mask-aware :func:`masked_mean`,
+               :func:`masked_max`, :func:`last_step`; the teacher-forced loss :func:`masked_cross_entropy`
+               and :func:`sequence_log_prob` (``Σ_t log P(y_t | y_<t)``).
+``classify`` — many-to-one :class:`SequenceClassifier` (``last`` / ``mean`` / ``max`` / ``attention``
+               heads, bidirectional) and many-to-many :class:`SequenceTagger` (unit 02).
+``decode``   — one-to-many :class:`AutoregressiveDecoder` (teacher forcing, free running, scheduled
+               sampling — Bengio et al. 2015 —, greedy and beam search) and :class:`Seq2Seq`
+               (Cho et al. 2014; Sutskever et al. 2014) (unit 02).
+``slices``   — CNN per CT slice + RNN over slices, against slice pooling and a fixed-depth 3-D CNN (unit 05).
+``ehr``      — visits of a patient through a time-aware LSTM (Pham et al. 2017, DeepCare) (unit 07).
+"""
+from .classify import CELLS, HEADS, AttentionPooling, SequenceClassifier, SequenceTagger, make_rnn
+from .decode import AutoregressiveDecoder, Seq2Seq, teacher_forcing_schedule
+from .ehr import EHRModel, TimeAwareLSTM, collate_visits, next_visit_loss, next_visit_pairs, time_decay
+from .masking import (
+    POOLING_MODES, check_ids, check_lengths, last_step, lengths_to_mask, masked_cross_entropy, masked_max,
+    masked_mean, masked_pool, sequence_log_prob, shift_targets,
+)
+from .slices import Fixed3DCNN, SliceEncoder, SliceSequenceClassifier
+
+__all__ = [
+    "check_lengths", "lengths_to_mask", "check_ids", "masked_mean", "masked_max", "masked_pool", "last_step",
+    "shift_targets", "masked_cross_entropy", "sequence_log_prob", "POOLING_MODES",
+    "make_rnn", "AttentionPooling", "SequenceClassifier", "SequenceTagger", "HEADS", "CELLS",
+    "AutoregressiveDecoder", "Seq2Seq", "teacher_forcing_schedule",
+    "SliceEncoder", "SliceSequenceClassifier", "Fixed3DCNN",
+    "TimeAwareLSTM", "EHRModel", "collate_visits", "next_visit_loss", "next_visit_pairs", "time_decay",
+]
