@@ -14,6 +14,8 @@ Synthetic, deterministic from a seed:
 
 - :mod:`dlmi.data.ct` — chest CT volumes with a variable number of slices and lung nodules:
   ``make_ct_volume()``, ``CTVolumeDataset``, ``collate_ct_volumes()``.
+- :mod:`dlmi.data.cxr` — chest-radiograph phantoms with controlled findings (cardiomegaly, effusion,
+  pneumothorax, nodule, lobar opacity) and boxes, paired with real IU report sentences (unit 06).
 - :mod:`dlmi.data.signals` — ECG-like traces for the first RNN lectures.
 """
 from importlib import import_module as _import_module
@@ -26,6 +28,8 @@ _EXPORTS = {
     "nih": ("load_nih_table", "load_nih_bboxes", "nih_patient_sequences", "nih_label_matrix",
             "NIH_FINDINGS", "NIH_LABELS", "NIH_BOX_FINDINGS"),
     "ct": ("make_ct_volume", "CTVolumeDataset", "collate_ct_volumes", "hu_window"),
+    "cxr": ("make_cxr_phantom", "CXRPhantom", "FindingInstance", "CXRReportDataset", "CXRSentenceBank",
+            "sample_findings", "CXR_FINDINGS"),
     "samples": ("retina", "microaneurysms", "immunohistochemistry", "dicom_sample", "ct_slice",
                 "nifti_sample"),
     "signals": ("ecg_like", "quantize"),

@@ -13,6 +13,7 @@ Padded batches with ``lengths`` everywhere; nothing depends on a fixed length.
 ``slices``   — CNN per CT slice + RNN over slices, against slice pooling and a fixed-depth 3-D CNN (unit 05).
 ``ehr``      — visits of a patient through a time-aware LSTM (Pham et al. 2017, DeepCare) (unit 07).
 """
+from .captioning import CaptioningModel, ConvEncoder, SoftAttention, decode_ids
 from .classify import CELLS, HEADS, AttentionPooling, SequenceClassifier, SequenceTagger, make_rnn
 from .decode import AutoregressiveDecoder, Seq2Seq, teacher_forcing_schedule
 from .ehr import EHRModel, TimeAwareLSTM, collate_visits, next_visit_loss, next_visit_pairs, time_decay
@@ -23,6 +24,7 @@ from .masking import (
 from .slices import Fixed3DCNN, SliceEncoder, SliceSequenceClassifier
 
 __all__ = [
+    "CaptioningModel", "ConvEncoder", "SoftAttention", "decode_ids",
     "check_lengths", "lengths_to_mask", "check_ids", "masked_mean", "masked_max", "masked_pool", "last_step",
     "shift_targets", "masked_cross_entropy", "sequence_log_prob", "POOLING_MODES",
     "make_rnn", "AttentionPooling", "SequenceClassifier", "SequenceTagger", "HEADS", "CELLS",
