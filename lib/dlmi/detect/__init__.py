@@ -9,6 +9,16 @@
              :func:`roi_align`, :class:`RoIPool`, :class:`RoIAlign`
 ``metrics``  COCO / VOC mean average precision: :func:`mean_average_precision`,
              :func:`average_precision`
+``matching``  training labels: :class:`Matcher`, :func:`sample_balanced`
+``transform`` image batching and target checks: :func:`batch_images`, :func:`check_targets`
+``proposals`` selective search and sliding windows: :func:`selective_search`,
+             :func:`sliding_windows`, :func:`proposal_recall`
+``rpn``      Faster R-CNN's region proposal network: :class:`RPNHead`, :class:`RegionProposalNetwork`
+``roi_heads`` the Fast R-CNN head: :class:`RoIPooler`, :class:`TwoMLPHead`,
+             :class:`FastRCNNPredictor`, :class:`RoIHeads`
+``rcnn``, ``fast_rcnn``, ``faster_rcnn``  the detectors :class:`RCNN`, :class:`FastRCNN`,
+             :class:`FasterRCNN` (train: ``model(images, targets)`` → losses; eval:
+             ``model(images)`` → detections)
 
 Conventions are torchvision's: boxes ``(x1, y1, x2, y2)`` float pixels, targets
 ``{"boxes", "labels"}``, predictions ``{"boxes", "scores", "labels"}``; the ops give the numbers
@@ -21,10 +31,23 @@ from .coder import BoxCoder
 from .metrics import average_precision, mean_average_precision
 from .nms import batched_nms, nms
 from .roi import RoIAlign, RoIPool, roi_align, roi_pool
+from .matching import Matcher, sample_balanced
+from .transform import batch_images, check_targets
+from .proposals import (SelectiveSearch, SlidingWindows, proposal_recall, selective_search,
+                        sliding_windows)
+from .rpn import RegionProposalNetwork, RPNHead
+from .roi_heads import FastRCNNPredictor, RoIHeads, RoIPooler, TwoMLPHead
+from .faster_rcnn import FasterRCNN
+from .fast_rcnn import FastRCNN
+from .rcnn import RCNN
 
 __all__ = [
     "box_iou", "box_area", "box_convert", "clip_boxes_to_image", "remove_small_boxes", "check_boxes",
     "nms", "batched_nms", "BoxCoder", "AnchorGenerator",
     "roi_pool", "roi_align", "RoIPool", "RoIAlign",
     "mean_average_precision", "average_precision",
+    "Matcher", "sample_balanced", "batch_images", "check_targets",
+    "selective_search", "sliding_windows", "proposal_recall", "SelectiveSearch", "SlidingWindows",
+    "RPNHead", "RegionProposalNetwork", "RoIPooler", "TwoMLPHead", "FastRCNNPredictor", "RoIHeads",
+    "FasterRCNN", "FastRCNN", "RCNN",
 ]
