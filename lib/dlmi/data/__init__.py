@@ -14,6 +14,9 @@ Synthetic, deterministic from a seed:
 
 - :mod:`dlmi.data.ct` — chest CT volumes with a variable number of slices and lung nodules:
   ``make_ct_volume()``, ``CTVolumeDataset``, ``collate_ct_volumes()``.
+- :mod:`dlmi.data.lesions` — chest-radiograph phantoms with lesions of the 8 NIH box findings whose
+  boxes copy the real NIH expert boxes (unit 10): ``LesionDataset``, ``make_lesion_image()``,
+  ``collate_detection()``, ``nih_box_reference()``, ``plot_nih_box_statistics()``.
 - :mod:`dlmi.data.cxr` — chest-radiograph phantoms with controlled findings (cardiomegaly, effusion,
   pneumothorax, nodule, lobar opacity) and boxes, paired with real IU report sentences (unit 06).
 - :mod:`dlmi.data.signals` — ECG-like traces for the first RNN lectures.
@@ -30,6 +33,8 @@ _EXPORTS = {
     "ct": ("make_ct_volume", "CTVolumeDataset", "collate_ct_volumes", "hu_window"),
     "cxr": ("make_cxr_phantom", "CXRPhantom", "FindingInstance", "CXRReportDataset", "CXRSentenceBank",
             "sample_findings", "CXR_FINDINGS"),
+    "lesions": ("LesionDataset", "make_lesion_image", "collate_detection", "nih_box_reference",
+                "plot_nih_box_statistics", "LESION_CLASSES"),
     "samples": ("retina", "microaneurysms", "immunohistochemistry", "dicom_sample", "ct_slice",
                 "nifti_sample"),
     "signals": ("ecg_like", "quantize"),
