@@ -191,3 +191,15 @@ def test_bad_dataset_arguments():
         collate_ct_volumes([])
     with pytest.raises(ValueError, match="same C, H, W"):
         collate_ct_volumes([(torch.zeros(3, 1, 8, 8), {"label": 0}), (torch.zeros(3, 1, 9, 9), {"label": 0})])
+
+
+def test_drawn_nodules_that_do_not_fit_are_dropped_not_an_error():
+    # Large nodules in small, thin volumes: some drawn nodules cannot be placed. Every volume must
+    # still be generated, with labels that say whether a nodule is really there.
+    from dlmi.data import CTVolumeDataset
+
+    ds = CTVolumeDataset(320, seed=0, size=32, slice_range=(6, 16), nodule_radius=(3.0, 5.0))
+    for i in range(len(ds)):
+        _, truth = ds[i]
+        assert truth["label"] == int(len(truth["centers"]) > 0)
+        assert truth["nodule_mask"].any() == bool(truth["label"])

@@ -276,8 +276,9 @@ def make_ct_volume(seed: int, n_slices: int | None = None, size: int = 64, n_nod
             hus.append(BLOOD_HU + rng.uniform(-15, 25))
             break
         else:
-            # A drawn count may exceed what small lungs hold: keep those placed (at least one).
-            if requested or not centers:
+            # A *drawn* count may exceed what small lungs hold: keep those placed, possibly none
+            # (the volume is then labelled 0, truthfully). A *requested* count is a contract: raise.
+            if requested:
                 raise RuntimeError(f"could not place {n_nodules} nodules in the lungs of volume seed={seed} "
                                    f"(size={size}, n_slices={depth}); use fewer or smaller nodules")
             n_nodules = len(centers)
