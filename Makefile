@@ -14,7 +14,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.dlmi-installed
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: help venv course test release lab bench map clean
+.PHONY: help venv course test release lab bench map autograde clean
 
 help:
 	@echo "make course   - install into $(VENV), regenerate course/, execute every notebook, print the table"
@@ -23,6 +23,7 @@ help:
 	@echo "make lab      - JupyterLab on course/"
 	@echo "make bench    - run the benchmarks in bench/"
 	@echo "make map      - regenerate the README course map (Binder/Colab links)"
+	@echo "make autograde UNIT=01 - grade submitted/*/<unit> in parallel sandboxes (dlmi-course autograde)"
 
 venv: $(STAMP)
 
@@ -46,6 +47,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+UNIT ?= 01
+autograde: $(STAMP)
+	$(VENV)/bin/dlmi-course autograde $(UNIT)
 
 map: $(STAMP)
 	$(VENV)/bin/dlmi-course map
