@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import socket
+
 import pytest
 import torch
 
@@ -15,6 +17,14 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any test whose code opens a network connection (data must ship offline)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("dlmi.data must not touch the network")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def pytest_collection_modifyitems(config, items):

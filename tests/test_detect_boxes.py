@@ -9,15 +9,6 @@ from dlmi.detect import (box_area, box_convert, box_iou, check_boxes, clip_boxes
                          remove_small_boxes)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared 2-core machine torch's OpenMP threads spin-wait for a busy core; one thread
-    # keeps these small-tensor tests fast. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_boxes(n, generator, spread=100.0, size=40.0, dtype=torch.float32):
     corner = torch.rand(n, 2, generator=generator, dtype=torch.float64) * spread

@@ -12,13 +12,6 @@ from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from dlmi.detect import AnchorGenerator, BoxCoder  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def positive_boxes(n, generator, dtype=torch.float32):
     corner = torch.rand(n, 2, generator=generator, dtype=torch.float64) * 200

@@ -17,13 +17,6 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 from dlmi.detect import average_precision, mean_average_precision  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- data -----------------------------------------------------------------------------------------
 def make_set(seed, images=24, classes=4, max_gt=6, crowd=False, ties=False, integer=False,

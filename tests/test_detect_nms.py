@@ -9,13 +9,6 @@ from torchvision.ops.boxes import _batched_nms_vanilla  # noqa: E402
 from dlmi.detect import batched_nms, nms  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_detections(n, generator, spread=300.0, size=60.0, dtype=torch.float32, ties=False):
     corner = torch.rand(n, 2, generator=generator, dtype=torch.float64) * spread

@@ -8,13 +8,6 @@ torchvision_ops = pytest.importorskip("torchvision.ops")
 from dlmi.detect import RoIAlign, RoIPool, roi_align, roi_pool  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_rois(k, batch, generator, extent=80.0, dtype=torch.float64):
     """Boxes of every kind: inside, across the border, outside, tiny, zero-size."""

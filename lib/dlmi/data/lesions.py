@@ -50,6 +50,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .ct import _check_int
+
 __all__ = [
     "LESION_CLASSES", "SPLITS", "LesionCase", "LesionDataset", "collate_detection",
     "make_lesion_image", "nih_box_reference", "plot_nih_box_statistics",
@@ -69,13 +71,6 @@ _MIN_SIZE = 32                                # the anatomy phantom's smallest i
 # Argument checks
 # ----------------------------------------------------------------------------------------------
 
-def _check_int(name, value, low, high=None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
 
 
 def _check_fraction(name, value) -> float:
