@@ -22,8 +22,17 @@ def _format(value) -> str:
     return str(value)
 
 
+class _Shown(str):
+    """The result line, as a ``str``, that IPython does not echo: it was displayed already, and
+    a bare ``show_result(...)`` at the end of a cell would otherwise show it a second time."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def show_result(name: str, value, unit: str = "") -> str:
-    """Print (and tag) a notebook's headline result; returns the printed line."""
+    """Print (and tag) a notebook's headline result; returns the printed line (a ``str`` that
+    Jupyter does not echo again as the cell's value)."""
     if not isinstance(name, str) or not name:
         raise TypeError("show_result(name, value): name must be a non-empty string")
     if hasattr(value, "item") and callable(value.item):
@@ -36,7 +45,7 @@ def show_result(name: str, value, unit: str = "") -> str:
 
         if get_ipython() is not None:
             display({"text/plain": line, MIME: {"name": name, "value": text}}, raw=True)
-            return line
+            return _Shown(line)
     except ImportError:  # pragma: no cover - IPython is optional for library use
         pass
     print(line)
