@@ -19,6 +19,9 @@
 ``rcnn``, ``fast_rcnn``, ``faster_rcnn``  the detectors :class:`RCNN`, :class:`FastRCNN`,
              :class:`FasterRCNN` (train: ``model(images, targets)`` → losses; eval:
              ``model(images)`` → detections)
+``yolo``     the one-stage detector :class:`YOLOv1` (unit 11; same interface) and its pieces:
+             :func:`encode_yolo_targets`, :func:`responsible_predictors`, :func:`yolo_loss`,
+             :func:`yolo_boxes`, :func:`decode_yolo`, :class:`YOLOHead`
 
 Conventions are torchvision's: boxes ``(x1, y1, x2, y2)`` float pixels, targets
 ``{"boxes", "labels"}``, predictions ``{"boxes", "scores", "labels"}``; the ops give the numbers
@@ -40,6 +43,8 @@ from .roi_heads import FastRCNNPredictor, RoIHeads, RoIPooler, TwoMLPHead
 from .faster_rcnn import FasterRCNN
 from .fast_rcnn import FastRCNN
 from .rcnn import RCNN
+from .yolo import (YOLOHead, YOLOv1, decode_yolo, encode_yolo_targets, responsible_predictors,
+                   yolo_boxes, yolo_loss)
 
 __all__ = [
     "box_iou", "box_area", "box_convert", "clip_boxes_to_image", "remove_small_boxes", "check_boxes",
@@ -50,4 +55,6 @@ __all__ = [
     "selective_search", "sliding_windows", "proposal_recall", "SelectiveSearch", "SlidingWindows",
     "RPNHead", "RegionProposalNetwork", "RoIPooler", "TwoMLPHead", "FastRCNNPredictor", "RoIHeads",
     "FasterRCNN", "FastRCNN", "RCNN",
+    "YOLOv1", "YOLOHead", "encode_yolo_targets", "responsible_predictors", "yolo_loss", "yolo_boxes",
+    "decode_yolo",
 ]
