@@ -43,3 +43,28 @@ def test_forbid_catches_aliases_and_restores():
     with pytest.raises(TypeError, match="plain Python functions"):
         with forbid(len):
             pass
+
+
+def test_draw_detections_draws_truth_and_confident_detections():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+    import torch
+
+    from dlmi.viz import draw_detections
+
+    image = torch.rand(1, 32, 32)
+    target = {"boxes": torch.tensor([[1.0, 2.0, 10.0, 12.0]]), "labels": torch.tensor([1])}
+    prediction = {"boxes": torch.tensor([[1.0, 2.0, 11.0, 12.0], [5.0, 5.0, 9.0, 9.0]]),
+                  "scores": torch.tensor([0.9, 0.2]), "labels": torch.tensor([1, 2])}
+    fig, ax = plt.subplots()
+    draw_detections(ax, image, target, prediction, classes=("bg", "nodule", "mass"), min_score=0.5)
+    colours = [p.get_edgecolor()[:3] for p in ax.patches]
+    assert colours == [(0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]                  # one truth, one detection
+    assert ax.patches[1].get_width() == 10.0 and ax.patches[1].get_height() == 10.0
+    assert [t.get_text() for t in ax.texts] == ["nodul 0.90"]
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        draw_detections(ax, torch.rand(1, 1, 32, 32))
+    plt.close(fig)

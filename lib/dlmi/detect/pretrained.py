@@ -7,7 +7,7 @@ Training them to a useful mAP takes minutes on a CPU, more than a notebook may s
 notebook loads the checkpoints this module made (``checkpoints/*.pt``, package data) and trains
 only a short live run. To remake them (a few minutes per model on a laptop CPU)::
 
-    python -m dlmi.detect.pretrained [--epochs 12] [--only faster_rcnn,fast_rcnn,...,yolo]
+    python -m dlmi.detect.pretrained [--epochs 30] [--only faster_rcnn,fast_rcnn,...,yolo]
 
 Everything — data, sizes, anchors, optimiser, epochs, seeds — is in :data:`CONFIG`, so the
 checkpoints are reproducible from this file alone.
@@ -39,20 +39,18 @@ CONFIG = {
     "anchors": {"sizes": ((8, 16, 32, 64),), "aspect_ratios": ((0.5, 1.0, 2.0),)},
     "representation_size": 128,
     "selective_search": {"max_proposals": 400},
-    "train": {"epochs": 12, "batch_size": 8, "lr": 1e-3, "seed": 0},
+    "train": {"epochs": 30, "batch_size": 8, "lr": 1e-3, "seed": 0},
     # R-CNN sees each region on its own, cut out and warped: a faint lesion filling its warp is
     # just a grey patch, so the context around it must come along (the paper pads 16 pixels
     # around a 227-pixel warp; here half the box on every side: measured mAP@0.5 0.06 against
-    # 0.02 with a tenth after 12 epochs). Fine-tuning one region at a time also learns more
-    # slowly than the shared-feature models, hence more epochs.
-    "rcnn": {"warp_size": 32, "context": 0.5, "epochs": 30},
+    # 0.02 with a tenth after 12 epochs).
+    "rcnn": {"warp_size": 32, "context": 0.5},
     # YOLO v1: S = 12 gives 8-pixel cells on the 96-pixel images, the size of the smallest lesions
     # (nodules: 3-12 px, median 6). A coarser grid loses objects whose centres share a cell
     # (of the 410 training lesions 18 at S = 4, 11 at S = 6, 2 at S = 12) and localises worse
     # (COCO mAP 0.08 at S = 6 against 0.12 at S = 12); a finer one (S = 24, 4-pixel cells) learns
-    # much more slowly. One-stage, dense training needs more epochs than the two-stage models
-    # (30 epochs cost about as much time as Faster R-CNN's 12 on a CPU).
-    "yolo": {"grid_size": 12, "boxes_per_cell": 2, "hidden": 64, "epochs": 30},
+    # much more slowly.
+    "yolo": {"grid_size": 12, "boxes_per_cell": 2, "hidden": 64},
 }
 MODELS = ("rcnn", "fast_rcnn", "faster_rcnn", "torchvision", "yolo")
 
@@ -176,8 +174,7 @@ def train_detector(model: nn.Module, dataset, *, epochs: int, batch_size: int = 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="train the unit 10 and 11 detectors and save checkpoints")
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"default: {CONFIG['train']['epochs']} ({CONFIG['rcnn']['epochs']} for rcnn, "
-                             f"{CONFIG['yolo']['epochs']} for yolo)")
+                        help=f"default: {CONFIG['train']['epochs']}")
     parser.add_argument("--only", default=",".join(MODELS))
     parser.add_argument("--out", type=Path, default=CHECKPOINTS)
     args = parser.parse_args(argv)
@@ -191,7 +188,7 @@ def main(argv=None) -> None:
         model = build(name)
         start = time.perf_counter()
         proposals = precompute_proposals(model, train) if name in ("rcnn", "fast_rcnn") else None
-        epochs = args.epochs or CONFIG.get(name, {}).get("epochs", cfg["epochs"])
+        epochs = args.epochs or cfg["epochs"]
         train_detector(model, train, epochs=epochs, batch_size=cfg["batch_size"], lr=cfg["lr"],
                        proposals=proposals, seed=cfg["seed"], log=lambda m: print(name, m, flush=True))
         torch.save(model.state_dict(), args.out / f"{name}.pt")
