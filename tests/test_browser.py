@@ -117,6 +117,11 @@ def lab(root, tmp_path):
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    # Every cell in the DOM (JupyterLab 4 renders only the cells in view by default), so that the
+    # prompts and outputs read below are the whole notebook's.
+    tracker = tmp_path / "lab-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"))
@@ -168,10 +173,12 @@ def test_a_lecture_runs_in_jupyterlab(lab, browser, tmp_path):
     driver = browser
     start = time.monotonic()
     driver.get(f"{lab}/lab/tree/{LECTURE.name}")
-    WebDriverWait(driver, START_SECONDS).until(lambda d: d.find_elements(
-        By.CSS_SELECTOR, '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]'))
+    # The kernel can report idle before the cells are drawn: wait for both.
+    WebDriverWait(driver, START_SECONDS).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]')
+        and (d.execute_script(STATE_JS) or {}).get("prompts"),
+        message="the notebook did not open with its code cells and an idle kernel")
     state = driver.execute_script(STATE_JS)
-    assert state and state["prompts"], "the notebook opened without code cells"
     assert not any(re.fullmatch(r"\[\d+\]:", p) for p in state["prompts"]), "the release must ship unexecuted"
 
     _menu(driver, "Run", "Run All Cells")
