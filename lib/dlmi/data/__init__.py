@@ -31,6 +31,7 @@ _EXPORTS = {
     "nih": ("load_nih_table", "load_nih_bboxes", "nih_patient_sequences", "nih_label_matrix",
             "NIH_FINDINGS", "NIH_LABELS", "NIH_BOX_FINDINGS"),
     "ct": ("make_ct_volume", "CTVolumeDataset", "collate_ct_volumes", "hu_window"),
+    "ct_detection": ("CTSliceDataset", "slice_stack", "volume_stacks", "BalancedSliceSampler"),
     "cxr": ("make_cxr_phantom", "CXRPhantom", "FindingInstance", "CXRReportDataset", "CXRSentenceBank",
             "sample_findings", "CXR_FINDINGS"),
     "lesions": ("LesionDataset", "make_lesion_image", "collate_detection", "nih_box_reference",

@@ -22,6 +22,9 @@
 ``yolo``     the one-stage detector :class:`YOLOv1` (unit 11; same interface) and its pieces:
              :func:`encode_yolo_targets`, :func:`responsible_predictors`, :func:`yolo_loss`,
              :func:`yolo_boxes`, :func:`decode_yolo`, :class:`YOLOHead`
+``ct_detection`` Faster R-CNN on CT (unit 10b): :class:`SliceUNet`, :class:`MultiScaleRoIPooler`,
+             :class:`AggregatedFasterRCNN`, :func:`build_ct_detector`, :func:`evaluate_ct_detector`
+``froc``     LUNA16's FROC and CPM: :func:`froc`, :func:`competition_performance_metric`, :data:`FP_RATES`
 
 Conventions are torchvision's: boxes ``(x1, y1, x2, y2)`` float pixels, targets
 ``{"boxes", "labels"}``, predictions ``{"boxes", "scores", "labels"}``; the ops give the numbers
@@ -43,6 +46,9 @@ from .roi_heads import FastRCNNPredictor, RoIHeads, RoIPooler, TwoMLPHead
 from .faster_rcnn import FasterRCNN
 from .fast_rcnn import FastRCNN
 from .rcnn import RCNN
+from .ct_detection import (AggregatedFasterRCNN, MultiScaleRoIPooler, SliceUNet, build_ct_detector,
+                           evaluate_ct_detector)
+from .froc import FP_RATES, competition_performance_metric, froc
 from .yolo import (YOLOHead, YOLOv1, decode_yolo, encode_yolo_targets, responsible_predictors,
                    yolo_boxes, yolo_loss)
 
@@ -57,4 +63,6 @@ __all__ = [
     "FasterRCNN", "FastRCNN", "RCNN",
     "YOLOv1", "YOLOHead", "encode_yolo_targets", "responsible_predictors", "yolo_loss", "yolo_boxes",
     "decode_yolo",
+    "AggregatedFasterRCNN", "MultiScaleRoIPooler", "SliceUNet", "build_ct_detector", "evaluate_ct_detector",
+    "froc", "competition_performance_metric", "FP_RATES",
 ]

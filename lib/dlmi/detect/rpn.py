@@ -79,7 +79,7 @@ class RegionProposalNetwork(nn.Module):
     """Proposals and, in training, the RPN losses.
 
     Args:
-        anchor_generator: :class:`~dlmi.detect.AnchorGenerator` with one feature map.
+        anchor_generator: :class:`~dlmi.detect.AnchorGenerator`, one entry per feature map.
         head: :class:`RPNHead` (or anything returning objectness ``[N, A]``, deltas ``[N, A, 4]``).
         fg_iou_thresh, bg_iou_thresh: IoU for positive / negative anchors (0.7 / 0.3).
         batch_size_per_image, positive_fraction: anchors sampled per image for the loss.
@@ -159,7 +159,8 @@ class RegionProposalNetwork(nn.Module):
 
     # -- proposals ------------------------------------------------------------------------------
     def select_proposals(self, anchors: list[Tensor], objectness: Tensor, deltas: Tensor,
-                         image_sizes: list) -> tuple[list[Tensor], list[Tensor]]:
+                         image_sizes: list, num_anchors_per_level: list[int] | None = None
+                         ) -> tuple[list[Tensor], list[Tensor]]:
         """Decode, clip, remove small, NMS, top-N, per image.
 
         Args:
@@ -167,14 +168,27 @@ class RegionProposalNetwork(nn.Module):
             objectness: ``Tensor[N, A]`` logits.
             deltas: ``Tensor[N, A, 4]`` offsets.
             image_sizes: ``(h, w)`` of each image.
+            num_anchors_per_level: with several feature maps, how many of the ``A`` anchors
+                each one has (in order). The ``pre_nms_top_n`` best are then taken per map, so
+                that the many anchors of a fine map cannot crowd out a coarse one (as
+                torchvision's FPN does), and one NMS merges the maps' proposals.
 
         Returns:
             ``(boxes, scores)``: per image ``Tensor[P, 4]`` and ``Tensor[P]`` (probabilities),
             in decreasing score order.
         """
         objectness, deltas = objectness.detach(), deltas.detach()
-        top_n = min(self.pre_nms_top_n(), objectness.shape[1])
-        top_logits, top_index = objectness.topk(top_n, dim=1)                 # [N, top_n]
+        levels = [objectness.shape[1]] if num_anchors_per_level is None else list(num_anchors_per_level)
+        if sum(levels) != objectness.shape[1]:
+            raise ValueError(f"num_anchors_per_level {levels} must add up to the {objectness.shape[1]} "
+                             f"anchors per image")
+        top_logits, top_index, start = [], [], 0
+        for count in levels:
+            logits, index = objectness[:, start:start + count].topk(min(self.pre_nms_top_n(), count), dim=1)
+            top_logits.append(logits)
+            top_index.append(index + start)
+            start += count
+        top_logits, top_index = torch.cat(top_logits, dim=1), torch.cat(top_index, dim=1)  # [N, top_n]
         boxes_out, scores_out = [], []
         for i, (anchors_i, size) in enumerate(zip(anchors, image_sizes)):
             chosen = top_index[i]
@@ -190,16 +204,27 @@ class RegionProposalNetwork(nn.Module):
             scores_out.append(scores[keep])
         return boxes_out, scores_out
 
-    def forward(self, images: Tensor, image_sizes: list, features: Tensor,
+    def forward(self, images: Tensor, image_sizes: list, features: Tensor | list[Tensor],
                 targets: list[dict] | None = None) -> tuple[list[Tensor], dict]:
-        """``images [N, C, H, W]`` (padded batch), the backbone's ``features [N, C', H', W']``.
+        """``images [N, C, H, W]`` (padded batch), the backbone's ``features [N, C', H', W']``
+        — or a list of such maps, one per level of the anchor generator (a multi-scale
+        backbone, e.g. FPN or a U-Net decoder): the head, shared by all levels, scores each
+        map's anchors, and the levels' proposals are merged.
 
         Returns:
             ``(proposals, losses)``: per image ``Tensor[P, 4]``; losses empty in eval mode.
         """
-        objectness, deltas = self.head(features)
-        anchors = self.anchor_generator(images, [features])
-        proposals, _ = self.select_proposals(anchors, objectness, deltas, image_sizes)
+        maps = list(features) if isinstance(features, (list, tuple)) else [features]
+        scored = [self.head(f) for f in maps]
+        objectness = torch.cat([logits for logits, _ in scored], dim=1)
+        deltas = torch.cat([d for _, d in scored], dim=1)
+        anchors = self.anchor_generator(images, maps)
+        if anchors[0].shape[0] != objectness.shape[1]:
+            raise ValueError(f"the head scores {objectness.shape[1]} anchors per image but the anchor "
+                             f"generator made {anchors[0].shape[0]}: its anchors per location "
+                             f"{self.anchor_generator.num_anchors_per_location()} must match the head's")
+        levels = [logits.shape[1] for logits, _ in scored] if len(maps) > 1 else None
+        proposals, _ = self.select_proposals(anchors, objectness, deltas, image_sizes, levels)
         losses = {}
         if self.training:
             if targets is None:
