@@ -63,3 +63,16 @@ def test_cuda_round_trip_when_available():
         pytest.skip("needs a CUDA device")
     x = dlmi.to_device(torch.ones(3), dlmi.get_device())
     assert x.is_cuda
+
+
+def test_import_dlmi_does_not_import_torch():
+    """`import dlmi` stays cheap (the instructor's processes never need torch); the device
+    helpers load it on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dlmi; assert 'torch' not in sys.modules, 'import dlmi imported torch'; "
+            "dlmi.get_device; assert 'torch' in sys.modules; print(dlmi.show_result('x', 1))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("RESULT x: 1")

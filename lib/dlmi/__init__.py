@@ -16,13 +16,16 @@ Submodules are imported lazily so that ``import dlmi`` stays cheap.
 """
 from importlib import import_module as _import_module
 
-from .device import get_device, seed_everything, to_device
 from .results import show_result
 
 __version__ = "0.1.0"
 __all__ = ["get_device", "seed_everything", "to_device", "show_result", "__version__"]
 
-_SUBMODULES = {"rnn", "seq", "text", "embed", "autoencoder", "detect", "data", "train", "viz", "course"}
+_SUBMODULES = {"rnn", "seq", "text", "embed", "autoencoder", "detect", "data", "train", "viz", "course",
+               "device", "testing"}
+# Imported on first use too: they need torch, and the instructor's processes (release, grading
+# workers) import dlmi without ever touching a tensor.
+_DEVICE = {"get_device", "seed_everything", "to_device"}
 
 
 def __getattr__(name):
@@ -30,4 +33,8 @@ def __getattr__(name):
         module = _import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name in _DEVICE:
+        value = getattr(_import_module(f"{__name__}.device"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'dlmi' has no attribute {name!r}")

@@ -63,7 +63,7 @@ from .froc import FP_RATES, froc
 from .metrics import mean_average_precision
 from .nms import _greedy
 from .roi_heads import RoIPooler, TwoMLPHead
-from .transform import batch_images, check_targets
+from .transform import batch_images
 
 __all__ = ["SliceUNet", "MultiScaleRoIPooler", "AggregatedFasterRCNN", "build_ct_detector",
            "train_ct_detector", "detect_volume", "merge_detections", "froc_targets",
@@ -258,23 +258,17 @@ class AggregatedFasterRCNN(FasterRCNN):
         self.in_channels = in_channels
         self.context = (in_channels - 1) // 2 if isinstance(in_channels, int) else None
 
-    def forward(self, images, targets: list[dict] | None = None):
-        """Training: ``model(images, targets)`` → the four losses; eval: ``model(images)`` → one
-        ``{"boxes", "scores", "labels"}`` per stack. ``images``: ``[N, 2k+1, H, W]`` or a list
-        of ``[2k+1, H, W]``."""
-        batch, sizes = batch_images(images, self.size_divisible, channels=self.in_channels)
-        if self.training:
-            targets = check_targets(targets, len(sizes), self.num_classes)
+    # Faster R-CNN's forward, on a stack of slices and several feature maps.
+    def _batch(self, images) -> tuple[Tensor, list]:
+        """``images``: ``[N, 2k+1, H, W]`` or a list of ``[2k+1, H, W]`` stacks."""
+        return batch_images(images, self.size_divisible, channels=self.in_channels)
+
+    def _features(self, batch: Tensor) -> list[Tensor]:
         features = _feature_maps(self.backbone, batch)
         if len(features) != len(self.rpn.anchor_generator.sizes):
             raise ValueError(f"the backbone gave {len(features)} feature maps but the anchor generator has sizes "
                              f"for {len(self.rpn.anchor_generator.sizes)}")
-        proposals, rpn_losses = self.rpn(batch, sizes, features, targets if self.training else None)
-        detections, head_losses = self.roi_heads(features, proposals, batch.shape, sizes,
-                                                 targets if self.training else None)
-        if self.training:
-            return {**rpn_losses, **head_losses}
-        return detections
+        return features
 
 
 # -- builders --------------------------------------------------------------------------------------

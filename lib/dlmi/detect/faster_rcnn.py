@@ -112,13 +112,21 @@ class FasterRCNN(nn.Module):
             nms_thresh=box_nms_thresh, detections_per_img=box_detections_per_img)
         self.size_divisible = size_divisible
 
+    def _batch(self, images) -> tuple[Tensor, list]:
+        """One padded batch and the images' own sizes (a subclass may check more)."""
+        return batch_images(images, self.size_divisible)
+
+    def _features(self, batch: Tensor):
+        """What the RPN and the RoI heads read: here one feature map."""
+        return backbone_features(self.backbone, batch)
+
     def forward(self, images, targets: list[dict] | None = None):
         """Training: ``model(images, targets)`` → dict of the four losses. Eval:
         ``model(images)`` → one ``{"boxes", "scores", "labels"}`` per image."""
-        batch, sizes = batch_images(images, self.size_divisible)
+        batch, sizes = self._batch(images)
         if self.training:
             targets = check_targets(targets, len(sizes), self.num_classes)
-        features = backbone_features(self.backbone, batch)
+        features = self._features(batch)
         proposals, rpn_losses = self.rpn(batch, sizes, features, targets if self.training else None)
         detections, head_losses = self.roi_heads(features, proposals, batch.shape, sizes,
                                                  targets if self.training else None)
