@@ -241,7 +241,7 @@ def test_nothing_outside_the_scratch_copies_was_written(graded):
     assert {k for k in graded["before"]} <= set(after), "grading removed files from the course"
     assert not list(graded["scratch"].glob("jobs/*/*/run")), "a job left its scratch course behind"
     for slot in range(3):
-        assert not _processes_of(isolation.UID_BASE + slot), "a sandboxed process outlived its job"
+        assert not sandbox.pids_of(isolation.UID_BASE + slot), "a sandboxed process outlived its job"
 
 
 def test_the_gradebook_holds_the_scores(graded):
@@ -347,13 +347,3 @@ def test_the_same_jobs_run_elsewhere_prepare_grade_job_merge(graded, tmp_path):
     assert read_record(root / "autograded" / "partial" / "01_rnn")["isolation"] == result["isolation"]
 
 
-def _processes_of(uid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    found.append(int(entry))
-            except FileNotFoundError:
-                pass
-    return found

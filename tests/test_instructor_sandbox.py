@@ -167,7 +167,7 @@ def test_a_fork_bomb_is_stopped_and_nothing_survives(world):
     assert time.monotonic() - started < 30
     stopped = [e for e in events if e["event"] in ("processes", "memory")]
     assert stopped or code != 0, events
-    assert not _processes_of(isolation.UID_BASE + 7)
+    assert not sandbox.pids_of(isolation.UID_BASE + 7)
 
 
 def test_a_daemon_does_not_outlive_the_sandbox(world):
@@ -204,18 +204,6 @@ def test_the_kernel_gets_only_the_sandbox_environment(world, monkeypatch):
         print(sorted(k for k in os.environ if "SECRET" in k), os.environ.get("OMP_NUM_THREADS"))
     """)
     assert out.strip() == "[] 1"
-
-
-def _processes_of(uid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    found.append(int(entry))
-            except FileNotFoundError:
-                pass
-    return found
 
 
 def _sleepers():

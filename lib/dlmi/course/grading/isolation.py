@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .sandbox import LEVELS
+from .sandbox import LEVELS, pids_of
 
 SANDBOX_SCRIPT = Path(__file__).with_name("sandbox.py")
 KERNEL_NAME = "dlmi-sandbox"
@@ -153,14 +153,11 @@ def kill_uid(uid: int) -> int:
     if os.geteuid() != 0:
         return 0
     killed = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in pids_of(uid):
         try:
-            if os.stat(f"/proc/{entry}").st_uid == uid:
-                os.kill(int(entry), 9)
-                killed += 1
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            os.kill(pid, 9)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
             continue
     return killed
 

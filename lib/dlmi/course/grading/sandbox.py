@@ -164,16 +164,27 @@ def enter_namespaces(spec: dict) -> None:
 
 # ---------------------------------------------------------------- limits and processes
 
-def _tasks_of(uid: int) -> int:
-    """Threads of all processes of ``uid`` (what RLIMIT_NPROC counts)."""
-    count = 0
+def pids_of(uid: int) -> list[int]:
+    """The processes of ``uid`` now (a process that ends while we look is skipped)."""
+    pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if os.stat(f"/proc/{entry}").st_uid == uid:
-                    count += len(os.listdir(f"/proc/{entry}/task"))
+                    pids.append(int(entry))
             except OSError:
                 continue
+    return pids
+
+
+def _tasks_of(uid: int) -> int:
+    """Threads of all processes of ``uid`` (what RLIMIT_NPROC counts)."""
+    count = 0
+    for pid in pids_of(uid):
+        try:
+            count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
     return count
 
 
