@@ -140,7 +140,9 @@ def main() -> None:
         for sampling in (2, -1):
             ours = dlmi_detect.roi_align(features, rois, 7, 1 / 16, sampling, True)
             theirs = torchvision_ops.roi_align(features, rois, 7, 1 / 16, sampling, True)
-            same = torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+            # nvcc contracts torchvision's CUDA kernel into fused multiply-adds: there it differs from
+            # its own CPU kernel by up to 2e-5 on these inputs (measured on an H200), and so do we.
+            same = torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5 if device.type == "cpu" else 5e-5)
             rows.append((f"roi_align 7x7, sampling {sampling}", size, "torchvision",
                          median_ms(lambda: torchvision_ops.roi_align(features, rois, 7, 1 / 16, sampling, True),
                                    device, args.repeats),

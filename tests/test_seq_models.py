@@ -104,7 +104,8 @@ def test_time_aware_lstm_without_decay_is_the_dlmi_lstm():
 
 def test_time_decay_forgets_more_after_longer_gaps():
     g = time_decay(torch.tensor([0.0, 1.0, 10.0]))
-    assert g[0] == 1 and g[0] > g[1] > g[2] > 0
+    # 1 / log(e) is 1 up to the rounding of float32 e and of log (libm differs across builds).
+    assert torch.isclose(g[0], torch.tensor(1.0), rtol=0, atol=1e-6) and g[0] > g[1] > g[2] > 0
     torch.manual_seed(0)
     model = TimeAwareLSTM(3, 4, decay="log").double()
     x = torch.randn(1, 3, 3, dtype=torch.float64)

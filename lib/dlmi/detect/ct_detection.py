@@ -476,7 +476,8 @@ def load_ct_detector(name: str, map_location="cpu") -> nn.Module:
         raise FileNotFoundError(f"no checkpoint {path}; make it with python -m dlmi.detect.ct_detection")
     state = torch.load(path, map_location=map_location, weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.eval()
+    # load_state_dict copies into the model's own (CPU) parameters: move the model itself.
+    return model.to(map_location).eval()
 
 
 def main(argv=None) -> None:

@@ -127,7 +127,8 @@ def load_pretrained(name: str, map_location="cpu") -> nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {path}; make it with python -m dlmi.detect.pretrained")
     model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
-    return model.eval()
+    # load_state_dict copies into the model's own (CPU) parameters: move the model itself.
+    return model.to(map_location).eval()
 
 
 def precompute_proposals(model: nn.Module, dataset) -> list[torch.Tensor]:

@@ -5,7 +5,9 @@
 loop of :func:`dlmi.rnn.layers.scan`. The parameters stay dlmi's own, in Keras layout:
 :func:`dlmi.rnn.interop.torch_weights` rearranges them into torch's layout on every call
 (a few small copies, differentiable), so training either way updates the same tensors, and the
-results agree with the loop to rounding error.
+results agree with the loop to rounding error. (On a GPU, cuDNN runs the recurrent matrix products
+in TF32 by default, as for ``torch.nn.LSTM``: results then agree to about 1e-3; set
+``torch.backends.cudnn.allow_tf32 = False`` for float32 agreement.)
 
 Everything around the kernel is shared with the loop (stacking, bidirectional merge, input
 dropout); this module replaces one direction of one layer. Padded batches go through
@@ -69,15 +71,20 @@ def _call(kernel, *args):
 
 def fused_scan(cell, x, state, mask=None, backwards=False, keep_sequence=True, zero_output_for_mask=False):
     """Same contract as :func:`dlmi.rnn.layers.scan` (without recurrent dropout), in one kernel call."""
-    weights = list(torch_weights(cell))
+    # cuDNN copies the weights into its flat buffer with view(), which needs contiguous tensors;
+    # torch_weights gives transposed views (the CPU kernels accept them, cuDNN raises).
+    weights = [w.contiguous() for w in torch_weights(cell)]
     has_bias = cell.bias is not None
     kernel = _kernel(cell)
+    # The kernels' `train` flag: cuDNN keeps what backward needs only when it is set (and refuses
+    # backward otherwise). With dropout 0 it changes no number, so set it whenever autograd records.
+    train = torch.is_grad_enabled()
     # torch wants states as (layers·directions, batch, units).
-    hx = [s.unsqueeze(0) for s in state]
+    hx = [s.unsqueeze(0).contiguous() for s in state]
     hx = hx if isinstance(cell, LSTMCell) else hx[0]
     if mask is None:
         inputs = x.flip(1) if backwards else x
-        outputs, *final = _call(kernel, inputs, hx, weights, has_bias, 1, 0.0, False, False, True)
+        outputs, *final = _call(kernel, inputs, hx, weights, has_bias, 1, 0.0, train, False, True)
         return outputs if keep_sequence else None, outputs[:, -1], tuple(f[0] for f in final)
 
     lengths = _prefix_lengths(mask)
@@ -88,7 +95,7 @@ def fused_scan(cell, x, state, mask=None, backwards=False, keep_sequence=True, z
         hx = [s.index_select(1, packed.sorted_indices) for s in hx]
     else:
         hx = hx.index_select(1, packed.sorted_indices)
-    data, *final = _call(kernel, packed.data, packed.batch_sizes, hx, weights, has_bias, 1, 0.0, False, False)
+    data, *final = _call(kernel, packed.data, packed.batch_sizes, hx, weights, has_bias, 1, 0.0, train, False)
     final = tuple(f[0].index_select(0, packed.unsorted_indices) for f in final)
     last = final[0]  # every sequence has a real step, so the last output is the final h
     if not keep_sequence:
