@@ -5,11 +5,18 @@ paths the student's kernel may read (the system, this Python and the libraries o
 nothing of the course), its environment, its uid, and the kernelspec whose ``argv`` wraps
 ``ipykernel`` in the sandbox, so that nbgrader (trusted, with the gradebook) and the student's
 code (untrusted) never share a process.
+
+The grader reaches the kernel over Jupyter's ``ipc`` transport (ZMQ over Unix socket files in
+the kernel's work folder, :func:`ipc_prefix`) at every level: at the ``namespace`` level the
+kernel has no network to offer TCP ports on, and at the ``uid`` level a kernel's sockets in its
+own uid's 0700 folder are out of reach of the other kernels, which TCP ports on 127.0.0.1 are
+not (any local process can subscribe to a kernel's output channel). One transport, one path.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -122,6 +129,28 @@ def sandbox_spec(level: str, slot: int, work: Path, root: Path, events: Path, li
     }
 
 
+IPC_NAME = ".kernel-ipc"   # the kernel's socket files: work/.kernel-ipc-1 ... -5 (one per ZMQ channel)
+MAX_SOCKET_PATH = 107      # bytes in a Unix socket path (sun_path is 108 with its NUL)
+
+
+def ipc_prefix(work: Path) -> tuple[str, int | None]:
+    """The path prefix the grader gives its kernel manager for the ``ipc`` sockets, and a
+    descriptor to close once the kernels of ``work`` are done (or None).
+
+    The sockets are ``PREFIX-N`` in ``work``, the one folder both sides reach (the kernel sees it
+    as its working directory, see ``sandbox._place_connection_file``). A deep work folder would
+    make ``work/.kernel-ipc-N`` longer than a Unix socket path may be; then the grader names the
+    same folder through an open descriptor of it, ``/proc/self/fd/FD/.kernel-ipc`` (~30 bytes,
+    whatever the depth). ``/proc/self`` is the grader's process, whose ZMQ threads share its
+    descriptors.
+    """
+    prefix = str(Path(work) / IPC_NAME)
+    if len(os.fsencode(prefix)) + len("-65535") <= MAX_SOCKET_PATH:
+        return prefix, None
+    fd = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{IPC_NAME}", fd
+
+
 def write_kernelspec(jupyter_dir: Path, spec_path: Path) -> Path:
     """``jupyter_dir/kernels/dlmi-sandbox/kernel.json``: ipykernel, started through the sandbox."""
     folder = jupyter_dir / "kernels" / KERNEL_NAME
@@ -163,10 +192,15 @@ def kill_uid(uid: int) -> int:
 
 
 _PROBE = """
-import importlib.util, os, sys
+import importlib.util, os, socket, sys
 missing = [m for m in ("ipykernel", "dlmi") if importlib.util.find_spec(m) is None]
-visible = [p for p in sys.argv[1:] if os.path.lexists(p)]
-print("PROBE", "missing=" + ",".join(missing), "visible=" + ",".join(visible))
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+    network = "host"
+except OSError:
+    network = "none"
+visible = [p for p in sys.argv[2:] if os.path.lexists(p)]
+print("PROBE", "missing=" + ",".join(missing), "network=" + network, "visible=" + ",".join(visible))
 """
 
 
@@ -186,22 +220,31 @@ def _samples(private: list[Path], expose: list[str], per_folder: int = 3) -> lis
 
 
 def probe(level: str, scratch: Path, private: list[Path], expose: list[str]) -> tuple[bool, str]:
-    """Can a sandbox of ``level`` run the kernel's Python here, and what of ``private`` does it see?"""
+    """Can a sandbox of ``level`` run the kernel's Python here, what of ``private`` does it see,
+    and can it reach a TCP port the grader opens on 127.0.0.1? The namespace level must see
+    nothing private and reach nothing: a machine that refuses it a network namespace (or any
+    other) gets the next level, never a namespace level with the host's network."""
     folder = scratch / f"probe-{level}"
     work, root = folder / "work", folder / "root"
     root.mkdir(parents=True, exist_ok=True)
-    prepare_work(level, work, slot=0)
+    try:
+        prepare_work(level, work, slot=0)
+    except OSError as err:  # e.g. root of a user namespace that maps no uid for the sandbox
+        return False, f"cannot give the sandbox its work folder: {err}"
     spec = sandbox_spec(level, 0, work, root, folder / "events.jsonl", Limits(), expose)
     spec_path = folder / "sandbox.json"
     spec_path.write_text(json.dumps(spec))
-    cmd = [sys.executable, "-I", "-S", str(SANDBOX_SCRIPT), str(spec_path), "--",
-           sys.executable, "-c", _PROBE, *_samples(private, [*expose, str(work)])]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return False, "the probe timed out"
-    finally:
-        kill_uid(spec["uid"])
+    with socket.socket() as listener:  # connections wait in its backlog: nothing needs to accept them
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        cmd = [sys.executable, "-I", "-S", str(SANDBOX_SCRIPT), str(spec_path), "--", sys.executable, "-c",
+               _PROBE, str(listener.getsockname()[1]), *_samples(private, [*expose, str(work)])]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            return False, "the probe timed out"
+        finally:
+            kill_uid(spec["uid"])
     line = next((x for x in proc.stdout.splitlines() if x.startswith("PROBE ")), None)
     if proc.returncode != 0 or line is None:
         return False, (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
@@ -210,8 +253,11 @@ def probe(level: str, scratch: Path, private: list[Path], expose: list[str]) -> 
         return False, f"the kernel's Python cannot import {fields['missing']} there"
     if level == "namespace" and fields["visible"]:
         return False, f"private paths visible: {fields['visible']}"
+    if level == "namespace" and fields["network"] != "none":
+        return False, "the host's network is reachable from inside (127.0.0.1 answered)"
     note = f"readable by the sandbox: {fields['visible']}" if fields["visible"] else "private paths hidden"
-    return True, note
+    network = "no network" if fields["network"] == "none" else "network shared with the host"
+    return True, f"{note}; {network}"
 
 
 def choose_level(requested: str, scratch: Path, private: list[Path], expose: list[str]) -> tuple[str, list[str]]:

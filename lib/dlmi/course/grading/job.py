@@ -58,7 +58,7 @@ def read_notebook(path: Path):
     return parse_notebook(Path(path).read_bytes(), Path(path).name)
 
 
-def _config(course: Path, bundle: Path, run: Path, spec: dict):
+def _config(course: Path, bundle: Path, run: Path, spec: dict, ipc_prefix: str):
     from nbgrader.converters import Autograde
     from nbgrader.preprocessors import Execute, OverwriteCells
 
@@ -84,6 +84,10 @@ def _config(course: Path, bundle: Path, run: Path, spec: dict):
     cfg.OverwriteCells.add_missing_cells = False  # Realign puts deleted cells back (nbgrader's own trips on duplicates)
     cfg.Realign.release_directory = str(bundle / "release")
     cfg.Realign.report_directory = str(run / "reports")
+    # ZMQ over Unix sockets in the kernel's work folder: the only channel into its network
+    # namespace (nbclient hands this config to the kernel manager it makes)
+    cfg.KernelManager.transport = "ipc"
+    cfg.KernelManager.ip = ipc_prefix
     g = cfg.GuardedExecute
     g.kernel_name = isolation.KERNEL_NAME
     g.cell_timeout = limits["cell_timeout"]
@@ -235,9 +239,14 @@ def _autograde(run: Path, course: Path, spec: dict, results: dict) -> str:
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
-    cfg = _config(course, Path(spec["bundle"]), run, spec)
-    api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
-    answer = api.autograde(spec["unit"], spec["student"], force=True, create=True)
+    prefix, fd = isolation.ipc_prefix(run / "work")
+    try:
+        cfg = _config(course, Path(spec["bundle"]), run, spec, prefix)
+        api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
+        answer = api.autograde(spec["unit"], spec["student"], force=True, create=True)
+    finally:
+        if fd is not None:
+            os.close(fd)
     if not answer.get("success"):
         error = answer.get("error") or answer.get("log", "")
         malformed = [line for line in error.splitlines() if "MalformedSubmission" in line]

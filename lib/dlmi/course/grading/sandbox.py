@@ -8,18 +8,27 @@ sandbox must not depend on the code it is protecting against.
 Isolation levels, strongest first (the grader probes them and uses the first that works):
 
 ``namespace``
-    New mount, PID, IPC and UTS namespaces (plus a user namespace when not run as root). The
-    command sees a new root made of a small tmpfs with read-only bind mounts of the system
-    (``/usr``, ``/etc``, ...), of the Python installation and of the library it needs, its own
-    work folder read-write, a private ``/tmp`` and ``/dev/shm`` of bounded size and a fresh
-    ``/proc``. The course (``solutions/``, hidden tests, the gradebook, other students'
-    files) is simply not in that tree. When run as root the command also runs under an unused
-    uid. Everything in the namespace dies with its init process.
+    New mount, PID, IPC, UTS and network namespaces (plus a user namespace when not run as
+    root). The command sees a new root made of a small tmpfs with read-only bind mounts of the
+    system (``/usr``, ``/etc``, ...), of the Python installation and of the library it needs,
+    its own work folder read-write, a private ``/tmp`` and ``/dev/shm`` of bounded size and a
+    fresh ``/proc``. The course (``solutions/``, hidden tests, the gradebook, other students'
+    files) is simply not in that tree. Its network is a loopback device left down and no route:
+    no socket reaches the host, its ``127.0.0.1`` (other kernels, the grader's Jupyter ports) or
+    its abstract Unix sockets (they belong to a network namespace too), so nothing can be sent
+    out. The kernel talks to the grader over Unix socket files in its work folder (Jupyter's
+    ``ipc`` transport; see :func:`_place_connection_file`). When run as root the command also
+    runs under an unused uid. Everything in the namespace dies with its init process.
 ``uid``
     (root only, namespaces unavailable) the command runs under an unused uid in a work folder
-    only that uid can write; it can still read world-readable files.
+    only that uid can write; it can still read world-readable files and use the network.
 ``rlimits``
     resource limits, a private work folder and process-tree clean-up only.
+
+The loopback device stays down rather than up: no course notebook talks to itself over TCP
+(multiprocessing and DataLoader workers use pipes and Unix sockets), bringing it up would take
+an ioctl in this trusted launcher for nothing, and with it down a connection fails at once
+(``ENETUNREACH``) instead of waiting for a timeout.
 
 At every level: rlimits (data segment = memory cap, CPU seconds, processes, file size, open
 files, no core dumps), ``no_new_privs``, parent-death signals, a sub-reaper init that keeps
@@ -41,7 +50,7 @@ import time
 LEVELS = ("namespace", "uid", "rlimits")
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWUSER, CLONE_NEWPID = 0x10000000, 0x20000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
@@ -148,9 +157,10 @@ def build_root(spec: dict) -> None:
 
 
 def enter_namespaces(spec: dict) -> None:
-    """New mount/PID/IPC/UTS namespaces (and a user namespace when not root) for our children."""
+    """New mount/PID/IPC/UTS/network namespaces (and a user namespace when not root) for our
+    children. A new network namespace has only ``lo``, down: the kernel is off the network."""
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
     if uid != 0:
         flags |= CLONE_NEWUSER
     _check(_libc.unshare(flags), "unshare")
@@ -345,12 +355,27 @@ def child_main(spec: dict, argv: list[str], env: dict) -> None:
 # ---------------------------------------------------------------- the launcher (trusted side)
 
 def _place_connection_file(spec: dict, argv: list[str]) -> list[str]:
-    """Jupyter writes the connection file 0600 for the grader; give the kernel its own copy."""
+    """Jupyter writes the connection file 0600 for the grader; give the kernel its own copy.
+
+    With the ``ipc`` transport (ZMQ over Unix sockets: the only way through the network
+    namespace, and used at every level) the grader names the socket files ``IP-PORT``, where
+    ``IP`` is a path into the kernel's work folder, by whatever route keeps it under the 107
+    bytes of a Unix socket path (see ``isolation.ipc_prefix``). The kernel gets the bare file
+    name, resolved against its working directory: that work folder at every level, whatever
+    path it has inside the namespace. With ``tcp`` the namespace level refuses: the kernel's
+    ports would be in its own network namespace, out of the grader's reach.
+    """
     if "-f" not in argv:
         return argv
     i = argv.index("-f") + 1
     with open(argv[i]) as f:
-        text = f.read()
+        info = json.load(f)
+    if info.get("transport") == "ipc":
+        info["ip"] = os.path.basename(info["ip"])
+    elif spec["level"] == "namespace":
+        raise OSError(f"the kernel has no network at this level: its connection file must use the ipc "
+                      f"transport (KernelManager.transport = 'ipc'), not {info.get('transport')!r}")
+    text = json.dumps(info)
     if spec["level"] == "namespace":
         inside = "/tmp/kernel-connection.json"
         path = spec["root"] + inside
