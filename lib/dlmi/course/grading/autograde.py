@@ -167,13 +167,19 @@ def prepare(course: Course, unit: str, students: list[str], scratch: Path, optio
 # ------------------------------------------------------------------ phase 2: grade
 
 def worker_command(*args: str) -> list[str]:
-    """``python -m dlmi.course.grading.job ARGS``, minus ``dlmi/__init__``: it imports torch (for
-    ``dlmi.get_device``), which a grading worker never uses and which costs seconds of CPU per
-    worker. The package is registered by path instead, so its submodules import as usual."""
-    package = Path(__file__).resolve().parents[2]
-    boot = ("import sys, types; p = types.ModuleType('dlmi'); p.__path__ = [sys.argv.pop(1)]; "
-            "sys.modules['dlmi'] = p; from dlmi.course.grading.job import main; sys.exit(main())")
-    return [sys.executable, "-c", boot, str(package), *args]
+    """``python -m dlmi.course.grading.job ARGS``: ``import dlmi`` is cheap (torch loads only when a
+    device helper is first used), so a worker imports the package as any program does. Run it with
+    :func:`worker_env`, which puts this very dlmi first on the path."""
+    return [sys.executable, "-m", "dlmi.course.grading.job", *args]
+
+
+def worker_env() -> dict:
+    """The grader's environment minus Jupyter's and pytest's variables, with the folder holding this
+    dlmi first on ``PYTHONPATH``: the worker grades with the library that started it, installed or not."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_", "PYTEST_"))}
+    here = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 class Worker:
@@ -186,7 +192,7 @@ class Worker:
         self.answers: queue.Queue[str] = queue.Queue()
 
     def _start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_", "PYTEST_"))}
+        env = worker_env()
         self.log = open(self.log_path, "a")
         os.chmod(self.log_path, 0o600)  # kernels' stderr: the grader's eyes only
         self.proc = subprocess.Popen(
