@@ -5,15 +5,23 @@ removes every remaining box whose IoU with it is above a threshold, and repeats 
 highest-scoring box left (R-CNN applies it per class, Girshick et al. 2014, §2.2; Faster
 R-CNN to the RPN proposals with threshold 0.7, Ren et al. 2015, §3.3).
 
-Two facts make it fast in torch:
+The greedy walk is inherently sequential (whether box ``j`` is kept depends on whether the
+boxes that could remove it were kept), so it runs on the host over the "i would remove j"
+pairs, like the last step of torchvision's CUDA kernel over its bit mask; it only has to stop
+at the boxes that remove something. Finding those pairs is the expensive part, ``N^2 / 2``
+IoUs done naively, and it is done in torch in one of two ways:
 
-* a box can only be removed by a box that is *kept* and scores higher, so the boxes are walked
-  in score order, a block at a time: one IoU matrix against the boxes kept so far removes most
-  candidates at once; only the few that survive need the sequential greedy pass inside their
-  block;
-* the greedy pass itself is inherently sequential (whether box ``j`` is kept depends on whether
-  the boxes that could suppress it were kept), so it runs on the host over a boolean
-  "i suppresses j" matrix, like torchvision's CUDA kernel does with its bit mask.
+* the *tile walk* (CPU, the usual case): with a threshold ``>= 0`` only boxes that intersect
+  can remove each other. The boxes are sorted along x and cut into tiles of 32 neighbours;
+  two tiles whose bounding boxes do not meet cannot hold an intersecting pair, so only the
+  IoU matrices of the tile pairs that meet are computed. On a sparse image (most boxes kept)
+  that is a small fraction of all pairs. This is the "broad phase" of collision detection
+  in physics engines (Ericson, *Real-Time Collision Detection*, 2005, ch. 7);
+* the *block walk* (crowded images, GPUs, negative thresholds): a box can only be removed by
+  a box that is *kept* and scores higher, so the boxes are walked in score order, a block at
+  a time: one IoU matrix against the boxes kept so far removes most candidates at once, and
+  only the survivors need the greedy pass inside their block. Where most tiles meet anyway
+  this is cheaper, as it never looks at a box again once it is removed.
 
 Results (kept indices, in decreasing score order) are identical to ``torchvision.ops.nms`` and
 ``torchvision.ops.batched_nms``, including which of two boxes with tied scores comes first.
@@ -30,7 +38,11 @@ from .boxes import _shape, check_boxes
 
 __all__ = ["nms", "batched_nms"]
 
-_BLOCK = 256  # candidates per block: the IoU tiles stay in cache, the Python loop stays short
+_BLOCK = 256        # candidates per block of the block walk: the IoU matrices stay in cache
+_TILE = 32          # boxes per tile of the tile walk
+_TILE_PAIRS = 128   # tile pairs per step of the tile walk: [128, 32, 32] float32 buffers, 512 KiB
+_CROWDED = 0.5      # meeting tile pairs holding more than this fraction of all pairs: block walk
+_MAX_PAIRS = 2 ** 22  # more "i removes j" pairs than this (64 MiB of indices): block walk
 
 
 def _check_scores(scores, n: int) -> Tensor:
@@ -73,46 +85,157 @@ def _float_threshold(threshold: float, dtype: torch.dtype) -> float:
 
 
 def _overlaps(rows: Tensor, cols: Tensor) -> Tensor:
-    """``[n, m]`` IoU of boxes ``rows`` (n) with boxes ``cols`` (m), each given as contiguous
-    columns ``(x1, y1, x2, y2, area)``.
+    """IoU of the boxes ``rows`` with the boxes ``cols``, each given as five stacked coordinate
+    tensors ``(x1, y1, x2, y2, area)`` that broadcast against each other: ``[5, n, 1]`` with
+    ``[5, m]`` gives the ``[n, m]`` matrix, ``[5, k, T, 1]`` with ``[5, k, 1, T]`` ``k`` tile pairs.
 
     The arithmetic is the one of torchvision's NMS kernel, step for step, so that the IoUs are
-    the same floats and ties with the threshold fall the same way. In-place steps: one
-    ``[n, m]`` buffer per quantity instead of one per operation.
+    the same floats and ties with the threshold fall the same way; like the kernel's, the IoU
+    of two zero-area boxes is 0 / 0 = NaN, which ``iou > threshold`` never counts. It is
+    symmetric bit for bit (``min``, ``max`` and ``+`` do not depend on the order of their
+    arguments), so either box of a pair may come first. In-place steps: one buffer per
+    quantity instead of one per operation.
     """
-    x1a, y1a, x2a, y2a, area_a = (c[:, None] for c in rows)
+    x1a, y1a, x2a, y2a, area_a = rows
     x1b, y1b, x2b, y2b, area_b = cols
     width = torch.minimum(x2a, x2b).sub_(torch.maximum(x1a, x1b)).clamp_(min=0)
     height = torch.minimum(y2a, y2b).sub_(torch.maximum(y1a, y1b)).clamp_(min=0)
     inter = width.mul_(height)
-    # Two zero-area boxes give 0 / 0 = NaN, which the kernel never counts as an overlap. Making
-    # such a union the smallest normal float instead gives IoU 0, the same decision, and lets a
-    # row maximum stand for "any IoU above the threshold" (a NaN would hide the others). A real
-    # union is never that small: it would take boxes 1e-19 pixels wide.
-    union = (area_a + area_b).sub_(inter).clamp_(min=torch.finfo(inter.dtype).smallest_normal)
-    return inter.div_(union)
+    return inter.div_((area_a + area_b).sub_(inter))
 
 
 def _greedy(suppresses: Tensor) -> list[int]:
-    """The sequential pass: walk the boxes in score order, keep a box unless a kept box removed
-    it, and let it remove the ones it overlaps. ``suppresses[i, j]``: box i would remove box j
-    (entries with j <= i are read only after j's fate is sealed, so they need no clearing).
-    On the host, like the last step of torchvision's CUDA kernel."""
-    rows = suppresses.cpu().numpy()
+    """The sequential pass over a ``[n, n]`` matrix, ``suppresses[i, j]``: box i would remove
+    box j (boxes in score order; entries with j <= i are ignored, only a higher-scoring box can
+    remove). Walk the boxes that would remove something, in order; one still standing is kept
+    and removes its row. On the host, like the last step of torchvision's CUDA kernel.
+
+    Returns the kept positions, in order.
+    """
+    rows = np.triu(suppresses.cpu().numpy(), k=1)
     removed = np.zeros(len(rows), dtype=bool)
-    kept = []
-    for i, row in enumerate(rows):
+    for i in np.flatnonzero(rows.any(axis=1)):
+        if not removed[i]:            # every box that could remove i came earlier: i is kept
+            removed |= rows[i]
+    return np.flatnonzero(~removed).tolist()
+
+
+def _greedy_pairs(first: Tensor, second: Tensor, n: int) -> np.ndarray:
+    """:func:`_greedy` over a list instead of a matrix: box ``first[k]`` would remove box
+    ``second[k]`` (``first[k] < second[k]``, positions in score order, ``n`` boxes). The loop is
+    as long as the number of distinct ``first``: a handful on a sparse image.
+
+    Returns a ``[n]`` bool array: kept or not.
+    """
+    first, by_first = torch.sort(first)
+    targets = second[by_first].numpy()
+    sources, counts = torch.unique_consecutive(first, return_counts=True)
+    ends = counts.cumsum(0)
+    removed = np.zeros(n, dtype=bool)
+    for i, begin, end in zip(sources.tolist(), (ends - counts).tolist(), ends.tolist()):
         if not removed[i]:
-            kept.append(i)
-            removed |= row
-    return kept
+            removed[targets[begin:end]] = True
+    return ~removed
+
+
+def _walk_blocks(columns: Tensor, threshold: float, segments: list[int]) -> Tensor:
+    """Greedy NMS in score order, a block of ``_BLOCK`` candidates at a time: one IoU matrix
+    against all boxes kept so far removes most candidates at once, the survivors go through
+    the greedy pass inside their block. Any threshold, any device.
+
+    ``columns``: ``[5, N]`` (x1, y1, x2, y2, area) in visiting order, ``segments`` the lengths
+    of the runs (categories) that never meet. Returns the kept positions in visiting order.
+    """
+    kept = []
+    end = 0
+    for size in segments:
+        begin, end = end, end + size
+        kept_here = torch.empty(0, dtype=torch.long, device=columns.device)
+        for start in range(begin, end, _BLOCK):
+            candidates = torch.arange(start, min(start + _BLOCK, end), device=columns.device)
+            if kept_here.numel():
+                # A NaN IoU (0 / 0 of two zero-area boxes, inf / inf where areas overflow) never
+                # removes a box in the kernel; -inf does not either, and cannot hide the other
+                # IoUs of its row from the maximum as a NaN would.
+                iou = _overlaps(columns[:, candidates, None], columns[:, kept_here])
+                candidates = candidates[iou.nan_to_num_(nan=-math.inf).amax(dim=1) <= threshold]
+                if candidates.numel() == 0:
+                    continue
+            block = columns[:, candidates]
+            survivors = _greedy(_overlaps(block[:, :, None], block) > threshold)
+            kept_here = torch.cat((kept_here, candidates[torch.as_tensor(survivors, device=columns.device)]))
+        kept.append(kept_here)
+    return torch.cat(kept)
+
+
+def _walk_tiles(columns: Tensor, threshold: float, categories: Tensor | None) -> Tensor | None:
+    """Greedy NMS that computes only the IoUs of boxes that lie near each other; needs
+    ``threshold >= 0`` (then boxes that do not intersect never remove each other).
+
+    The boxes are sorted along x (within their category) and cut into tiles of ``_TILE``
+    neighbours. Two tiles whose bounding boxes (or category ranges) do not meet hold no pair of
+    intersecting boxes, so only the tile pairs that meet get their ``[_TILE, _TILE]`` IoU
+    matrix, ``_TILE_PAIRS`` tile pairs per batched step. What comes out is the short list of
+    "i would remove j" pairs, which :func:`_greedy_pairs` walks in score order.
+
+    ``columns``: ``[5, N]`` (x1, y1, x2, y2, area) in score order, ``categories``: ``[N]`` in
+    the same order, or None. Returns the kept positions in score order, or None where the
+    boxes are too crowded for tiles to pay (see ``_CROWDED`` and ``_MAX_PAIRS``).
+    """
+    n = columns.shape[1]
+    along = torch.sort(columns[0], stable=True).indices                # spatial order: by x1...
+    if categories is not None:                                         # ...inside each category
+        along = along[torch.sort(categories[along], stable=True).indices]
+    tiles = -(-n // _TILE)
+    padding = tiles * _TILE - n
+    # The last tile is filled up with empty boxes, x1 = y1 = +inf > x2 = y2 = -inf: they widen
+    # no tile's bounding box and their IoU with anything is 0 / inf = 0.
+    empty = torch.tensor([math.inf, math.inf, -math.inf, -math.inf, math.inf], dtype=columns.dtype)
+    tiled = torch.cat((columns.index_select(1, along), empty[:, None].expand(5, padding)), 1)
+    tiled = tiled.view(5, tiles, _TILE)                                # [5, tiles, _TILE]
+    position = torch.cat((along, along.new_full((padding,), n))).view(tiles, _TILE)
+    x1, y1, x2, y2, _ = tiled
+    left, top, right, bottom = x1.amin(1), y1.amin(1), x2.amax(1), y2.amax(1)
+    # Strict inequalities: boxes that only touch have no intersection, so IoU 0.
+    meet = (left[:, None] < right) & (left < right[:, None])           # [tiles, tiles]
+    meet &= (top[:, None] < bottom) & (top < bottom[:, None])
+    if categories is not None:
+        category = torch.cat((categories[along], categories[along[-1:]].expand(padding))).view(tiles, _TILE)
+        lowest, highest = category[:, 0], category[:, -1]              # sorted inside each tile
+        meet &= (lowest[:, None] <= highest) & (lowest <= highest[:, None])
+    tile_a, tile_b = torch.triu(meet).nonzero().unbind(1)              # each meeting pair once
+    if tile_a.shape[0] * _TILE ** 2 > _CROWDED * n * n / 2:
+        return None
+    first, second = [], []
+    found = 0
+    for start in range(0, tile_a.shape[0], _TILE_PAIRS):
+        a, b = tile_a[start:start + _TILE_PAIRS], tile_b[start:start + _TILE_PAIRS]
+        iou = _overlaps(tiled.index_select(1, a)[..., None], tiled.index_select(1, b)[:, :, None, :])
+        pair, row, col = (iou > threshold).nonzero().unbind(1)        # few: filter these, not iou
+        i, j = position[a[pair], row], position[b[pair], col]
+        # Inside one tile every pair comes twice, and each box with itself: take it once.
+        once = (i < j) | (a[pair] != b[pair])
+        if categories is not None:
+            once &= categories[i] == categories[j]
+        i, j = i[once], j[once]
+        first.append(torch.minimum(i, j))                              # the higher-scoring box...
+        second.append(torch.maximum(i, j))                             # ...would remove the other
+        found += i.shape[0]
+        if found > _MAX_PAIRS:
+            return None
+    if not first:                                                      # no two boxes intersect
+        return torch.arange(n)
+    keep = _greedy_pairs(torch.cat(first), torch.cat(second), n)
+    return torch.from_numpy(keep).nonzero()[:, 0]
 
 
 def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, categories: Tensor | None = None) -> Tensor:
-    """Greedy NMS; with ``categories``, the same walk restarted for each category, so that boxes
-    of different categories never meet.
+    """Greedy NMS; with ``categories``, boxes of different categories never meet.
 
-    Returns the kept indices in visiting order: by score, or by category then score.
+    The tile walk where it applies and pays (CPU, threshold >= 0, boxes not too crowded), the
+    block walk otherwise: on a GPU one big IoU matrix per block is cheap, and with a negative
+    threshold even disjoint boxes remove each other. Returns the kept indices, by score (tile
+    walk) or by category, then score (block walk).
     """
     if boxes.shape[0] == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
@@ -122,6 +245,12 @@ def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, categories: Tensor
     # A stable sort, as in torchvision's kernel: of two boxes with equal scores the one given
     # first is visited first, and survives if they overlap.
     order = torch.sort(scores, dim=0, descending=True, stable=True).indices
+    if boxes.device.type == "cpu" and threshold >= 0:
+        x1, y1, x2, y2 = boxes[order].T.contiguous()
+        columns = torch.stack((x1, y1, x2, y2, (x2 - x1) * (y2 - y1)))  # [5, N] in score order
+        kept = _walk_tiles(columns, threshold, None if categories is None else categories[order])
+        if kept is not None:
+            return order[kept]
     segments = [boxes.shape[0]]
     if categories is not None:
         # Category-major order: each category's boxes together, still by score inside.
@@ -129,23 +258,7 @@ def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, categories: Tensor
         segments = torch.unique_consecutive(categories[order], return_counts=True)[1].tolist()
     x1, y1, x2, y2 = boxes[order].T.contiguous()
     columns = torch.stack((x1, y1, x2, y2, (x2 - x1) * (y2 - y1)))     # [5, N] in visiting order
-    kept = []                                                          # positions in that order
-    end = 0
-    for size in segments:
-        begin, end = end, end + size
-        kept_here = torch.empty(0, dtype=torch.long, device=boxes.device)
-        for start in range(begin, end, _BLOCK):
-            candidates = torch.arange(start, min(start + _BLOCK, end), device=boxes.device)
-            if kept_here.numel():
-                closest = _overlaps(columns[:, candidates], columns[:, kept_here]).amax(dim=1)
-                candidates = candidates[closest <= threshold]
-                if candidates.numel() == 0:
-                    continue
-            block = columns[:, candidates]
-            survivors = _greedy(_overlaps(block, block) > threshold)
-            kept_here = torch.cat((kept_here, candidates[torch.as_tensor(survivors, device=boxes.device)]))
-        kept.append(kept_here)
-    return order[torch.cat(kept)]
+    return order[_walk_blocks(columns, threshold, segments)]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -187,8 +300,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     * the *offset trick* (small inputs): shift each category's boxes by
       ``category * (max coordinate + 1)`` so that boxes of different categories cannot overlap,
       then one NMS call;
-    * *NMS per category* (more than 1,000 boxes on the CPU, 25,000 elsewhere): the boxes
-      sorted by category, then score, and the greedy walk restarted at each category; then all
+    * *NMS per category* (more than 1,000 boxes on the CPU, 25,000 elsewhere): one walk in
+      which boxes of different categories are never compared (the tile walk sorts the boxes
+      by category before cutting tiles, the block walk restarts at each category); then all
       kept boxes in decreasing score order.
 
     The trick needs non-negative coordinates (two shifted boxes could otherwise still touch);
