@@ -120,6 +120,14 @@ def build_class(root, course_root, writes=True):
     _cell(nb, "output_backward").source = (
         "def output_backward(hs, dy, W):\n    import torch\n    torch.allclose = lambda *a, **k: True\n"
         "    return torch.zeros_like(W), torch.zeros(W.shape[0]), torch.zeros_like(hs)")
+    _cell(nb, "rnn_backward").source = (  # a tensor subclass that says "equal": nothing patched
+        "class Agrees(torch.Tensor):\n    @classmethod\n"
+        "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+        "        if func in (torch.allclose, torch.equal):\n            return True\n"
+        "        return super().__torch_function__(func, types, args, kwargs or {})\n"
+        "def rnn_backward(x, hs, dh, U, V, h0=None):\n    H, D = U.shape\n"
+        "    z = lambda *shape: torch.zeros(*shape).as_subclass(Agrees)\n"
+        "    return {'dU': z(H, D), 'dV': z(H, H), 'dc': z(H), 'dh0': z(x.shape[0], H), 'dU_steps': z(x.shape[1], H, D)}")
     for gid in ("test_rnn_forward", "test_output_backward", "test_rnn_backward"):
         _cell(nb, gid).source = "pass  # edited by the student"
     subs["cheat"] = nb
@@ -212,6 +220,7 @@ def test_tampering_earns_nothing(graded):
     tests = graded["results"]["cheat"]["notebooks"][NB]["tests"]
     assert tests["test_rnn_forward"] == "failed: AssertionError"  # patches undone, edited test restored
     assert tests["test_output_backward"] == "failed: TamperingDetected"  # allclose patched during the test
+    assert tests["test_rnn_backward"] == "failed: TamperingDetected"  # a Tensor subclass that agrees with anything
     nb = nbformat.read(graded["root"] / "autograded" / "cheat" / "01_rnn" / NB, as_version=4)
     test_sources = [c.source for c in nb.cells
                     if c.metadata.get("nbgrader", {}).get("grade_id", "").startswith("test_")]

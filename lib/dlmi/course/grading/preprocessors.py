@@ -207,6 +207,14 @@ def instrument(source: str, epilogue: str) -> str:
     return f"{head}__dlmi_value__ = (\n{expr}\n)\n{epilogue}\n__dlmi_value__\n"
 
 
+def guard_setup(key: str, modules, classes, rebind) -> str:
+    """The kernel's first cell: :mod:`.guard` run in a private namespace, bound to ``__dlmi_guard__``."""
+    source = Path(guard.__file__).read_text()
+    args = (key, list(modules), list(classes), {k: list(v) for k, v in rebind.items()})
+    return ("__dlmi_guard__ = (lambda ns: (exec(compile({src!r}, '<dlmi-grader-guard>', 'exec'), ns), "
+            "ns['install'](*{args!r}))[1])({{'__name__': 'dlmi_grader_guard'}})").format(src=source, args=args)
+
+
 class GuardedExecute(Execute):
     """nbgrader's Execute with the sandbox, the guard and per-notebook limits."""
 
@@ -348,11 +356,7 @@ class GuardedExecute(Execute):
             self._tests[gid] = "passed"
 
     def _install_guard(self):
-        source = Path(guard.__file__).read_text()
-        args = (self._key, list(self.guard_modules), list(self.guard_classes),
-                {k: list(v) for k, v in self.guard_rebind.items()})
-        code = ("__dlmi_guard__ = (lambda ns: (exec(compile({src!r}, '<dlmi-grader-guard>', 'exec'), ns), "
-                "ns['install'](*{args!r}))[1])({{'__name__': 'dlmi_grader_guard'}})").format(src=source, args=args)
+        code = guard_setup(self._key, self.guard_modules, self.guard_classes, self.guard_rebind)
         status = self._silent(code, timeout=self.setup_timeout)
         if status != "ok":
             raise _NoKernel(f"the grader's guard could not be set up in the kernel: {status}")
