@@ -52,6 +52,14 @@ EXPECTED = {
 }
 
 
+def _outcomes(student, level):
+    """The outcomes ``student`` may end with. Run as root without a uid of its own (level rlimits), a
+    fork bomb is bounded only by the watchdog, and on a loaded machine the cell's time limit can fire
+    before the watchdog's kill: then it ends as a timeout, not crashed. Either costs it its points."""
+    outcome = EXPECTED[student][1]
+    return {outcome, "timeout"} if student == "forkbomb" and level == "rlimits" else {outcome}
+
+
 def _answers(sol):
     markers = ("### BEGIN SOLUTION", "### END SOLUTION")
     return {c.metadata.nbgrader["grade_id"]: "\n".join(x for x in c.source.splitlines() if x.strip() not in markers)
@@ -192,7 +200,7 @@ def test_every_submission_ends_with_its_expected_outcome(graded):
     assert sorted(results) == sorted(EXPECTED)
     for student, (score, outcome) in EXPECTED.items():
         r = results[student]
-        assert r["outcome"] == outcome, (student, r["outcome"], r["reason"])
+        assert r["outcome"] in _outcomes(student, r.get("isolation")), (student, r["outcome"], r["reason"])
         low, high = score if isinstance(score, tuple) else (score, score)
         assert low <= r["score"] <= high, (student, r["score"], r["reason"])
         assert r["max_score"] == 10, student
@@ -265,8 +273,10 @@ def test_the_gradebook_holds_the_scores(graded):
 def test_the_summary_table_names_every_outcome(graded):
     out = graded["out"]
     assert "isolation:" in out
-    for student, (_, outcome) in EXPECTED.items():
-        assert any(line.split()[:1] == [student] and outcome in line for line in out.splitlines()), student
+    for student in EXPECTED:
+        outcomes = _outcomes(student, graded["results"][student].get("isolation"))
+        assert any(line.split()[:1] == [student] and any(o in line for o in outcomes)
+                   for line in out.splitlines()), student
     assert f"{len(EXPECTED)} submissions" in out
 
 
@@ -288,7 +298,8 @@ def test_export_writes_scores_outcomes_and_reasons(graded, tmp_path):
     rows = {r["student"]: r for r in csv.DictReader(open(ours))}
     assert set(rows) == set(EXPECTED)
     for student, r in rows.items():
-        assert r["unit"] == "01_rnn" and r["outcome"] == EXPECTED[student][1]
+        assert r["unit"] == "01_rnn" and r["outcome"] == graded["results"][student]["outcome"]
+        assert r["outcome"] in _outcomes(student, graded["results"][student].get("isolation"))
         assert float(r["score"]) == graded["results"][student]["score"] and float(r["max_score"]) == 10
     assert "MiB cap" in rows["memory"]["reason"] or "MemoryError" in rows["memory"]["reason"]
     assert len(list(csv.DictReader(open(theirs)))) == len(EXPECTED)  # nbgrader's own export

@@ -136,6 +136,13 @@ def build_root(spec: dict) -> None:
     """Make ``spec['root']`` a tmpfs holding only what the command may see (run in the new mount ns)."""
     root = spec["root"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
+    # The private /tmp and /dev/shm first, the read-only system and Python after: a Python
+    # installed under /tmp (a CI clone's .venv) is then bound on top of the private /tmp rather
+    # than hidden by it.
+    tmp_size = int(spec.get("tmp_bytes", 64 * 2**20))
+    for folder in ("/tmp", "/dev/shm"):
+        os.makedirs(root + folder, exist_ok=True)
+        mount("tmpfs", root + folder, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
     bound: list[str] = []
     for path in sorted({os.path.normpath(p) for p in spec["expose"]}, key=lambda p: (p.count("/"), p)):
         if not os.path.lexists(path) or _inside(path, bound):
@@ -143,10 +150,6 @@ def build_root(spec: dict) -> None:
         _bind(root, path)
         if not os.path.islink(path):
             bound.append(path)
-    tmp_size = int(spec.get("tmp_bytes", 64 * 2**20))
-    for folder in ("/tmp", "/dev/shm"):
-        os.makedirs(root + folder, exist_ok=True)
-        mount("tmpfs", root + folder, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_size},mode=1777")
     for dev in ("null", "zero", "full", "random", "urandom"):
         _bind(root, f"/dev/{dev}", writable=True)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
