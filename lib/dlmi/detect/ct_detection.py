@@ -62,6 +62,7 @@ from .faster_rcnn import FasterRCNN
 from .froc import FP_RATES, froc
 from .metrics import mean_average_precision
 from .nms import _greedy
+from .pretrained import load_checkpoint
 from .roi_heads import RoIPooler, TwoMLPHead
 from .transform import batch_images
 
@@ -470,14 +471,8 @@ def load_ct_detector(name: str, map_location="cpu") -> nn.Module:
     """The lecture's model ``name`` (a key of :data:`MODELS`) with its shipped weights, in eval mode."""
     if name not in MODELS:
         raise ValueError(f"name must be one of {tuple(MODELS)}, got {name!r}")
-    model = build_ct_detector(**MODELS[name])
-    path = CHECKPOINTS / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}; make it with python -m dlmi.detect.ct_detection")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    # load_state_dict copies into the model's own (CPU) parameters: move the model itself.
-    return model.to(map_location).eval()
+    return load_checkpoint(build_ct_detector(**MODELS[name]), CHECKPOINTS / f"{name}.pt", map_location,
+                           "python -m dlmi.detect.ct_detection")
 
 
 def main(argv=None) -> None:

@@ -245,19 +245,18 @@ def _nms(boxes: Tensor, scores: Tensor, iou_threshold: float, categories: Tensor
     # A stable sort, as in torchvision's kernel: of two boxes with equal scores the one given
     # first is visited first, and survives if they overlap.
     order = torch.sort(scores, dim=0, descending=True, stable=True).indices
+    x1, y1, x2, y2 = boxes[order].T.contiguous()
+    columns = torch.stack((x1, y1, x2, y2, (x2 - x1) * (y2 - y1)))      # [5, N] in score order
     if boxes.device.type == "cpu" and threshold >= 0:
-        x1, y1, x2, y2 = boxes[order].T.contiguous()
-        columns = torch.stack((x1, y1, x2, y2, (x2 - x1) * (y2 - y1)))  # [5, N] in score order
         kept = _walk_tiles(columns, threshold, None if categories is None else categories[order])
         if kept is not None:
             return order[kept]
     segments = [boxes.shape[0]]
     if categories is not None:
         # Category-major order: each category's boxes together, still by score inside.
-        order = order[torch.sort(categories[order], stable=True).indices]
+        by_category = torch.sort(categories[order], stable=True).indices
+        order, columns = order[by_category], columns[:, by_category]
         segments = torch.unique_consecutive(categories[order], return_counts=True)[1].tolist()
-    x1, y1, x2, y2 = boxes[order].T.contiguous()
-    columns = torch.stack((x1, y1, x2, y2, (x2 - x1) * (y2 - y1)))     # [5, N] in visiting order
     return order[_walk_blocks(columns, threshold, segments)]
 
 

@@ -120,15 +120,20 @@ def build(name: str, num_classes: int | None = None, seed: int = 0) -> nn.Module
         **rpn)
 
 
-def load_pretrained(name: str, map_location="cpu") -> nn.Module:
-    """The lecture's model ``name`` with the shipped checkpoint's weights, in eval mode."""
-    model = build(name)
-    path = CHECKPOINTS / f"{name}.pt"
+def load_checkpoint(model: nn.Module, path: Path, map_location="cpu", remake: str = "") -> nn.Module:
+    """``model`` with the weights saved at ``path`` (stored as float16 or float32), on
+    ``map_location``, in eval mode; ``remake`` is the command that makes a missing checkpoint."""
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {path}; make it with python -m dlmi.detect.pretrained")
-    model.load_state_dict(torch.load(path, map_location=map_location, weights_only=True))
+        raise FileNotFoundError(f"no checkpoint {path}; make it with {remake}")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     # load_state_dict copies into the model's own (CPU) parameters: move the model itself.
     return model.to(map_location).eval()
+
+
+def load_pretrained(name: str, map_location="cpu") -> nn.Module:
+    """The lecture's model ``name`` with the shipped checkpoint's weights, in eval mode."""
+    return load_checkpoint(build(name), CHECKPOINTS / f"{name}.pt", map_location, "python -m dlmi.detect.pretrained")
 
 
 def precompute_proposals(model: nn.Module, dataset) -> list[torch.Tensor]:

@@ -131,13 +131,13 @@ _HARMLESS = frozenset({
 _class_dict = type.__dict__["__dict__"].__get__
 _flags = type.__dict__["__flags__"].__get__
 _mro = type.__dict__["__mro__"].__get__
+_subclasses = type.__subclasses__
 
 
 def _in_python(cls):
     """Made by a class statement or type(): a heap type (Py_TPFLAGS_HEAPTYPE) that is not immutable
     (Py_TPFLAGS_IMMUTABLETYPE, which C extensions set on their heap types and Python code cannot)."""
     return _flags(cls) & (1 << 9 | 1 << 8) == 1 << 9
-_subclasses = type.__subclasses__
 
 
 def _codes(value):
